@@ -1,0 +1,31 @@
+"""The `reconcile` command line: a thin shell over the `reconcile` library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.common import EXIT_CODES_HELP
+from cli.db import db_group
+from cli.run import execute_run, run_command, run_options
+
+
+@click.group(invoke_without_command=True, epilog=EXIT_CODES_HELP)
+@run_options
+@click.pass_context
+def main(ctx: click.Context, /, **kwargs: Any) -> None:
+    """Keep PostgreSQL in step with Stripe.
+
+    `reconcile --dry-run` shows the drift; `reconcile run` corrects it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not kwargs["dry_run"]:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+    execute_run(**kwargs)
+
+
+main.add_command(run_command)
+main.add_command(db_group)
