@@ -9,10 +9,8 @@ from typing import Any
 import click
 
 from cli.common import EXIT_CODES_HELP, handle_errors, settings_for, stderr_progress
-from reconcile.database import ensure_migrated, make_engine
-from reconcile.engine import RunOptions, run_reconciliation
+from reconcile.jobs import reconcile_once
 from reconcile.report import render_json, render_text
-from reconcile.stripe_api import StripeGateway, make_client
 
 DRIFT_EXIT = 3
 
@@ -52,28 +50,10 @@ def execute_run(
 ) -> None:
     """Load settings, run once, print the report, exit with the documented code."""
     settings = settings_for("database", "stripe")
-    assert settings.database_url is not None and settings.stripe_api_key is not None
-    engine = make_engine(settings.database_url)
-    try:
-        ensure_migrated(engine)
-        client = make_client(
-            settings.stripe_api_key.reveal(), settings.stripe_api_base,
-            settings.stripe_max_network_retries,
-        )
-        gateway = StripeGateway(
-            client, api_key_livemode=settings.stripe_livemode,
-            max_attempts=settings.stripe_max_network_retries + 1,
-        )
-        options = RunOptions(
-            dry_run=dry_run,
-            max_changes=settings.reconcile_max_changes if max_changes is None else max_changes,
-            force=force,
-            lookback_days=settings.reconcile_invoice_lookback_days,
-            report_limit=report_limit,
-        )
-        result = run_reconciliation(engine, gateway, options, progress=stderr_progress())
-    finally:
-        engine.dispose()
+    result = reconcile_once(
+        settings, dry_run=dry_run, max_changes=max_changes, force=force,
+        report_limit=report_limit, progress=stderr_progress(),
+    )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     click.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)

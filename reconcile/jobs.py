@@ -1,0 +1,48 @@
+"""Whole jobs built from settings: what the CLI commands and the scheduler both run.
+
+This is where settings become clients and engines; below it, everything takes its
+dependencies as arguments.
+"""
+
+from __future__ import annotations
+
+from config import Settings
+from reconcile.database import ensure_migrated, make_engine
+from reconcile.engine import Progress, RunOptions, RunResult, run_reconciliation
+from reconcile.stripe_api import StripeGateway, make_client
+
+
+def make_gateway(settings: Settings) -> StripeGateway:
+    """The Stripe gateway for these settings (the key must be set)."""
+    if settings.stripe_api_key is None:
+        raise ValueError("settings were loaded without the 'stripe' group")
+    client = make_client(
+        settings.stripe_api_key.reveal(), settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    return StripeGateway(
+        client, api_key_livemode=settings.stripe_livemode,
+        max_attempts=settings.stripe_max_network_retries + 1,
+    )
+
+
+def reconcile_once(
+    settings: Settings, *, dry_run: bool, max_changes: int | None = None, force: bool = False,
+    report_limit: int = 1000, progress: Progress | None = None,
+) -> RunResult:
+    """One reconciliation run against the configured database and Stripe account."""
+    if settings.database_url is None:
+        raise ValueError("settings were loaded without the 'database' group")
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_migrated(engine)
+        options = RunOptions(
+            dry_run=dry_run,
+            max_changes=settings.reconcile_max_changes if max_changes is None else max_changes,
+            force=force,
+            lookback_days=settings.reconcile_invoice_lookback_days,
+            report_limit=report_limit,
+        )
+        return run_reconciliation(engine, make_gateway(settings), options, progress=progress)
+    finally:
+        engine.dispose()
