@@ -47,7 +47,7 @@ def problems_of(env: dict[str, str], require: Collection[str] = ()) -> list[str]
 def test_defaults_apply_when_nothing_is_set() -> None:
     """With an empty environment and no groups required, every default is used."""
     s = load({})
-    assert (s.stripe_api_base, s.stripe_max_network_retries) == ("https://api.stripe.com", 2)
+    assert (s.stripe_api_base, s.stripe_max_network_retries) == ("https://api.stripe.com", 5)
     assert (s.reconcile_max_changes, s.reconcile_invoice_lookback_days) == (1000, 45)
     assert (s.reconcile_concurrency, s.log_level, s.log_format) == (1, "INFO", None)
     assert (s.webhook_max_body_bytes, s.webhook_refetch) == (1048576, "conflicts")

@@ -211,5 +211,5 @@ def test_markdown_table_has_a_row_per_setting() -> None:
     lines = render_markdown_table().splitlines()
     assert lines[0].startswith("| Variable | Default |")
     assert len(lines) == 2 + len(SPECS)
-    assert "| `STRIPE_MAX_NETWORK_RETRIES` | `2` |" in render_markdown_table()
+    assert "| `STRIPE_MAX_NETWORK_RETRIES` | `5` |" in render_markdown_table()
     assert "| `STRIPE_API_KEY` |  | stripe | yes |" in render_markdown_table()
