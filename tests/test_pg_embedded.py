@@ -242,3 +242,31 @@ def test_engine_fixture_connects_to_db_url(engine: sa.Engine, db_url: str) -> No
     with engine.connect() as conn:
         name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
     assert name == sa.make_url(db_url).database
+
+
+def test_hidden_install_is_copied_once_where_the_service_account_can_reach_it() -> None:
+    """Binaries under a 0700 directory are copied to a world-readable cache, once."""
+    from reconcile.pg_embedded import default_runtime_parent, service_bin_dir
+
+    with tempfile.TemporaryDirectory(dir=default_runtime_parent()) as root:
+        _check_copy(Path(root))
+
+
+def _check_copy(tmp_path: Path) -> None:
+    from reconcile.pg_embedded import service_bin_dir
+
+    hidden = tmp_path / "private"
+    for part in ("bin", "lib", "share"):
+        (hidden / "pginstall" / part).mkdir(parents=True)
+    (hidden / "pginstall" / "bin" / "postgres").write_text("#!/bin/sh\n")
+    (hidden / "pginstall" / "lib" / "libpq.so").write_text("lib")
+    hidden.chmod(0o700)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    tmp_path.chmod(0o755)
+    first = service_bin_dir(hidden / "pginstall" / "bin", cache)
+    assert first.parent.parent == cache
+    assert (first.parent / "lib" / "libpq.so").read_text() == "lib"
+    assert first.parent.stat().st_mode & 0o005 == 0o005
+    assert service_bin_dir(hidden / "pginstall" / "bin", cache) == first
+    assert len(list(cache.iterdir())) == 1
