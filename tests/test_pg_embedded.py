@@ -246,7 +246,7 @@ def test_engine_fixture_connects_to_db_url(engine: sa.Engine, db_url: str) -> No
 
 def test_hidden_install_is_copied_once_where_the_service_account_can_reach_it() -> None:
     """Binaries under a 0700 directory are copied to a world-readable cache, once."""
-    from reconcile.pg_embedded import default_runtime_parent, service_bin_dir
+    from reconcile.pg_embedded import default_runtime_parent
 
     with tempfile.TemporaryDirectory(dir=default_runtime_parent()) as root:
         _check_copy(Path(root))
