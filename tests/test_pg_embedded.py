@@ -265,7 +265,7 @@ def _check_copy(tmp_path: Path) -> None:
     cache.mkdir()
     tmp_path.chmod(0o755)
     first = service_bin_dir(hidden / "pginstall" / "bin", cache)
-    assert first.parent.parent == cache
+    assert cache in first.parents
     assert (first.parent / "lib" / "libpq.so").read_text() == "lib"
     assert first.parent.stat().st_mode & 0o005 == 0o005
     assert service_bin_dir(hidden / "pginstall" / "bin", cache) == first
