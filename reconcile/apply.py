@@ -9,10 +9,11 @@ observation, never moving an object out of a terminal status.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Connection, text
 
-from reconcile import diff
+from reconcile import diff, outbox
 from reconcile.fields import (
     INVOICE_FIELDS,
     INVOICE_SOURCE,
@@ -37,6 +38,9 @@ class Applied:
     users_linked: int = 0
     marked_gone: int = 0
     users_updated: int = 0
+    # Outbox rows, not mirrored rows: kept out of `total` and so out of the safety valve.
+    notifications_queued: int = 0
+    notifications_canceled: int = 0
 
     @property
     def total(self) -> int:
@@ -134,13 +138,19 @@ _USERS = """
 
 
 def reconcile_staged(
-    conn: Connection, *, allow_tie: bool = False, event_type: str | None = None
+    conn: Connection,
+    *,
+    allow_tie: bool = False,
+    event_type: str | None = None,
+    notify_max_age: timedelta = timedelta(hours=72),
 ) -> Applied:
     """Diff and apply everything staged on `conn`, in the caller's transaction.
 
     `allow_tie` is for state just re-fetched from Stripe (see fields.fresher). `event_type`
     is the webhook event that carried the state (None for the batch), for effects that
-    depend on what happened rather than on the resulting state.
+    depend on what happened rather than on the resulting state. Failed payments are queued
+    for notification in the same transaction (see reconcile.outbox); those older than
+    `notify_max_age` are recorded as suppressed.
     """
     params = guard_params(allow_tie=allow_tie)
     diff.diff_objects(conn, allow_tie=allow_tie)
@@ -150,12 +160,14 @@ def reconcile_staged(
 
     sub_updated = run(_SUB_UPDATE)
     sub_inserted = run(_SUB_INSERT)
+    outbox.note_failures(conn, params, event_type=event_type)  # needs the rows not yet updated
     inv_updated = run(_INV_UPDATE)
     inv_inserted = run(_INV_INSERT)
     linked = run(_LINK_USERS)
     gone = run(_GONE_SUBSCRIPTIONS) + run(_GONE_INVOICES)
     diff.diff_users(conn)
     users = run(_USERS)
+    notes = outbox.after_apply(conn, event_type=event_type, max_age=notify_max_age)
     return Applied(
         subscriptions_inserted=sub_inserted,
         subscriptions_updated=sub_updated,
@@ -164,4 +176,6 @@ def reconcile_staged(
         users_linked=linked,
         marked_gone=gone,
         users_updated=users,
+        notifications_queued=notes.queued,
+        notifications_canceled=notes.canceled,
     )

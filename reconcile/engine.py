@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import structlog
@@ -43,6 +43,7 @@ class RunOptions:
     force: bool = False
     lookback_days: int = 45
     report_limit: int = 1000
+    notify_max_age: timedelta = timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ def run_reconciliation(
                 conn, source, options,
                 subs.first_observed or listing_began, invoices.first_observed or listing_began,
             )
-            applied = reconcile_staged(conn)
+            applied = reconcile_staged(conn, notify_max_age=options.notify_max_age)
             counts = diff.counts(conn)
             changed = diff.changed_rows(conn)
             entries = tuple(diff.entries(conn, limit=options.report_limit))

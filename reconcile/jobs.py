@@ -6,9 +6,12 @@ dependencies as arguments.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from config import Settings
 from reconcile.database import ensure_migrated, make_engine
 from reconcile.engine import Progress, RunOptions, RunResult, run_reconciliation
+from reconcile.notify_jobs import drain_after_run
 from reconcile.stripe_api import StripeGateway, make_client
 
 
@@ -42,7 +45,12 @@ def reconcile_once(
             force=force,
             lookback_days=settings.reconcile_invoice_lookback_days,
             report_limit=report_limit,
+            notify_max_age=timedelta(hours=settings.notify_max_age_hours),
         )
-        return run_reconciliation(engine, make_gateway(settings), options, progress=progress)
+        result = run_reconciliation(engine, make_gateway(settings), options, progress=progress)
+        if not dry_run:
+            # Emails for failures this run revealed; skipped without EMAIL_FROM, never fatal.
+            drain_after_run(settings, engine)
+        return result
     finally:
         engine.dispose()

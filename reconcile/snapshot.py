@@ -66,6 +66,10 @@ class InvoiceState:
     due_date: datetime | None
     livemode: bool
     observed_at: datetime
+    # What the invoice bills for, for the failed-payment e-mail; the name only when the
+    # payload carries the product expanded (webhook payloads never do).
+    stripe_product_id: str | None = None
+    product_name: str | None = None
 
     def as_row(self) -> tuple[object, ...]:
         """Column order of the staging table (see staging.INVOICE_COLUMNS)."""
@@ -84,6 +88,8 @@ class InvoiceState:
             self.created,
             self.due_date,
             self.observed_at,
+            self.stripe_product_id,
+            self.product_name,
         )
 
 
@@ -176,10 +182,42 @@ def invoice_subscription_id(payload: Mapping[str, Any]) -> str | None:
     return object_id(payload.get("subscription"))
 
 
+def _line_products(payload: Mapping[str, Any]) -> list[Any]:
+    lines = payload.get("lines")
+    data = lines.get("data") if isinstance(lines, Mapping) else None
+    found: list[Any] = []
+    for line in data if isinstance(data, list) else []:
+        if not isinstance(line, Mapping):
+            continue
+        pricing = line.get("pricing")
+        details = pricing.get("price_details") if isinstance(pricing, Mapping) else None
+        if isinstance(details, Mapping) and details.get("product"):
+            found.append(details["product"])
+        for key in ("price", "plan"):  # older API versions
+            price = line.get(key)
+            if isinstance(price, Mapping) and price.get("product"):
+                found.append(price["product"])
+    return found
+
+
+def invoice_product(payload: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(product id, product name) of the invoice's first line that names a product.
+
+    The name is only known when the product is expanded; a plain id gives (id, None).
+    """
+    for product in _line_products(payload):
+        product_id = object_id(product)
+        if product_id:
+            name = product.get("name") if isinstance(product, Mapping) else None
+            return product_id, name if isinstance(name, str) and name else None
+    return None, None
+
+
 def invoice_from_payload(payload: Mapping[str, Any], observed_at: datetime) -> InvoiceState:
     """Normalise an invoice object of any API shape."""
     customer = object_id(_required(payload, "customer"))
     assert customer is not None
+    product_id, product_name = invoice_product(payload)
     return InvoiceState(
         stripe_invoice_id=str(_required(payload, "id")),
         stripe_subscription_id=invoice_subscription_id(payload),
@@ -196,4 +234,6 @@ def invoice_from_payload(payload: Mapping[str, Any], observed_at: datetime) -> I
         due_date=epoch(payload.get("due_date")),
         livemode=bool(payload.get("livemode") or False),
         observed_at=observed_at,
+        stripe_product_id=product_id,
+        product_name=product_name,
     )

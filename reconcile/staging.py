@@ -42,6 +42,8 @@ INVOICE_COLUMNS = (
     "created",
     "due_date",
     "observed_at",
+    "stripe_product_id",
+    "product_name",
 )
 
 _DDL = """
@@ -70,7 +72,9 @@ CREATE TEMP TABLE IF NOT EXISTS stage_invoices (
     customer_email text,
     created timestamptz,
     due_date timestamptz,
-    observed_at timestamptz NOT NULL
+    observed_at timestamptz NOT NULL,
+    stripe_product_id text COLLATE "C",
+    product_name text
 ) ON COMMIT DELETE ROWS;
 -- Objects Stripe confirmed gone (a retrieve answered 404).
 CREATE TEMP TABLE IF NOT EXISTS stage_gone (
