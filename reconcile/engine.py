@@ -19,6 +19,7 @@ from reconcile import diff, guards, runs, staging
 from reconcile.apply import Applied, reconcile_staged
 from reconcile.diff import Drift
 from reconcile.errors import ReconcileError
+from reconcile.listing import in_background
 from reconcile.policy import TERMINAL_SUBSCRIPTION_STATUSES, UNSETTLED_INVOICE_STATUSES
 from reconcile.snapshot import (
     InvoiceState,
@@ -63,6 +64,8 @@ class RunResult:
     rate_limited: int
     duration_s: float
     extra: dict[str, int] = field(default_factory=dict)
+    # listing_s: listing, snapshot and COPY (streamed together); database_s: the rest
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,17 +170,20 @@ def run_reconciliation(
             )
             staging.prepare(conn)
             listing_began = datetime.now(UTC)
+            # Pages are fetched one step ahead in a thread, so each round trip overlaps the
+            # snapshot and COPY work on the page before it.
+            sub_pages = in_background([source.list_subscriptions])
             staging.stage_subscriptions(
-                conn,
-                subs.states(source.list_subscriptions(), _subscriptions, progress, "subscriptions"),
+                conn, subs.states(sub_pages, _subscriptions, progress, "subscriptions")
+            )
+            invoice_pages = in_background(
+                [lambda: source.list_invoices(lookback_days=options.lookback_days,
+                                              now=listing_began)]
             )
             staging.stage_invoices(
-                conn,
-                invoices.states(
-                    source.list_invoices(lookback_days=options.lookback_days, now=listing_began),
-                    _invoices, progress, "invoices",
-                ),
+                conn, invoices.states(invoice_pages, _invoices, progress, "invoices")
             )
+            listed = time.monotonic()
             staging.analyze(conn)
             confirmed = _confirm_missing(
                 conn, source, options,
@@ -196,6 +202,7 @@ def run_reconciliation(
                 tx.rollback()
             else:
                 tx.commit()
+            finished = time.monotonic()
     except ReconcileError as exc:
         outcome = {4: "locked", 5: "safety_valve"}.get(exc.exit_code, "failed")
         runs.finish_run(
@@ -217,7 +224,10 @@ def run_reconciliation(
         applied=applied if not options.dry_run else Applied(),
         objects_listed=subs.objects + invoices.objects,
         stripe_requests=source.stats.requests, rate_limited=source.stats.rate_limited,
-        duration_s=round(time.monotonic() - started, 3), extra={"confirmations": confirmed},
+        duration_s=round(time.monotonic() - started, 3),
+        extra={"confirmations": confirmed},
+        timings={"listing_s": round(listed - started, 3),
+                 "database_s": round(finished - listed, 3)},
     )
     runs.finish_run(
         engine, run_id, outcome=result.outcome, counts=counts, changes_applied=written,
@@ -227,6 +237,6 @@ def run_reconciliation(
         "reconcile.run_finished", run_id=run_id, dry_run=options.dry_run,
         outcome=result.outcome, drift=counts, changed_rows=changed, rows_written=written,
         objects_listed=result.objects_listed, stripe_requests=result.stripe_requests,
-        rate_limited=result.rate_limited, duration_s=result.duration_s,
+        rate_limited=result.rate_limited, duration_s=result.duration_s, **result.timings,
     )
     return result

@@ -10,10 +10,11 @@ union is exactly the sequential listing.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -106,17 +107,23 @@ def list_windows(
     fetch: Fetch[P], base: Mapping[str, str | int], parts: list[Window], *,
     concurrency: int, buffer_pages: int = 32,
 ) -> Iterator[P]:
-    """Pages of every window, `concurrency` windows at a time, in completion order.
+    """Pages of every window, `concurrency` windows at a time, in completion order."""
+    sources = [functools.partial(fetch, {**base, **part.params()}) for part in parts]
+    return in_background(sources, concurrency=concurrency, buffer_pages=buffer_pages)
 
-    Pages pass through a bounded queue, so memory stays flat; the first error from any
-    window is raised here after the others stop, and nothing is yielded after it.
+
+def in_background(
+    sources: Sequence[Callable[[], Iterator[P]]], *, concurrency: int = 1,
+    buffer_pages: int = 32,
+) -> Iterator[P]:
+    """Pages of every source, fetched by worker threads while the caller consumes them.
+
+    Even one source gains: the next page's round trip overlaps the caller's work on this
+    one. Pages pass through a bounded queue, so memory stays flat; the first error from any
+    source is raised here, after which nothing more is yielded.
     """
-    if concurrency <= 1 or len(parts) <= 1:
-        for part in parts:
-            yield from fetch({**base, **part.params()})
-        return
     out: queue.Queue[object] = queue.Queue(maxsize=buffer_pages)
-    stop = threading.Event()  # set when the consumer leaves or a window failed
+    stop = threading.Event()  # set when the consumer leaves or a source failed
     gone = threading.Event()  # set when the consumer leaves
 
     def hand_over(item: object) -> bool:
@@ -129,9 +136,9 @@ def list_windows(
                 continue
         return False
 
-    def work(part: Window) -> None:
+    def work(source: Callable[[], Iterator[P]]) -> None:
         try:
-            for page in fetch({**base, **part.params()}):
+            for page in source():
                 if stop.is_set() or not hand_over(page):
                     return
         except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -139,8 +146,9 @@ def list_windows(
             hand_over(exc)
 
     def run_all() -> None:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="listing") as pool:
-            list(pool.map(work, parts))
+        workers = max(1, min(concurrency, len(sources)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="listing") as pool:
+            list(pool.map(work, sources))
         hand_over(_DONE)
 
     threading.Thread(target=run_all, name="listing-pool", daemon=True).start()

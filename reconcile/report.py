@@ -28,6 +28,7 @@ def as_json_document(result: RunResult) -> dict[str, Any]:
         "objects_listed": result.objects_listed,
         "stripe_requests": result.stripe_requests,
         "duration_s": result.duration_s,
+        "timings": result.timings,
         "drift": [asdict(d) for d in result.drift],
     }
 

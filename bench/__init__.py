@@ -1,0 +1,1 @@
+"""Benchmarks: one script per measurement; results go to bench/RESULTS.md."""
