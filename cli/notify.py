@@ -13,6 +13,7 @@ import click
 
 from cli.common import handle_errors, settings_for
 from reconcile.database import ensure_migrated, make_engine
+from reconcile.metrics import notify_counts, recording
 from reconcile.notify import DrainResult, preview
 from reconcile.notify_jobs import Notifier, utc_now
 
@@ -53,7 +54,9 @@ def notify_command(dry_run: bool, limit: int, fmt: str) -> None:
             return
         notifier = Notifier.from_settings(settings)
         try:
-            result = notifier.drain(engine, limit=limit)
+            with recording(settings, "notify") as batch:
+                result = notifier.drain(engine, limit=limit)
+                batch.report(notify_counts(result))
         finally:
             notifier.close()
     finally:

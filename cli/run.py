@@ -10,6 +10,7 @@ import click
 
 from cli.common import EXIT_CODES_HELP, handle_errors, settings_for, stderr_progress
 from reconcile.jobs import reconcile_once
+from reconcile.metrics import recording, run_counts
 from reconcile.report import render_json, render_text
 
 DRIFT_EXIT = 3
@@ -50,10 +51,12 @@ def execute_run(
 ) -> None:
     """Load settings, run once, print the report, exit with the documented code."""
     settings = settings_for("database", "stripe")
-    result = reconcile_once(
-        settings, dry_run=dry_run, max_changes=max_changes, force=force,
-        report_limit=report_limit, progress=stderr_progress(),
-    )
+    with recording(settings, "dry-run" if dry_run else "run") as batch:
+        result = reconcile_once(
+            settings, dry_run=dry_run, max_changes=max_changes, force=force,
+            report_limit=report_limit, progress=stderr_progress(),
+        )
+        batch.report(run_counts(result))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     click.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)

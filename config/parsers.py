@@ -261,8 +261,6 @@ def durations(raw: str) -> tuple[timedelta, ...]:
                 "d, h or m, comma-separated, e.g. 1d,3d,5d,7d"
             )
         delay = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
-        if not delay:
-            raise ValueError(f"has a zero duration {show(item)}; every delay must be positive")
         if result and delay < result[-1]:
             raise ValueError(
                 f"must not decrease ({show(item)} comes after a longer delay); "

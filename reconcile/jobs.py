@@ -11,6 +11,7 @@ from datetime import timedelta
 from config import Settings
 from reconcile.database import ensure_migrated, make_engine
 from reconcile.engine import Progress, RunOptions, RunResult, run_reconciliation
+from reconcile.listing import Throttle
 from reconcile.notify_jobs import drain_after_run
 from reconcile.stripe_api import StripeGateway, make_client
 
@@ -26,6 +27,8 @@ def make_gateway(settings: Settings) -> StripeGateway:
     return StripeGateway(
         client, api_key_livemode=settings.stripe_livemode,
         max_attempts=settings.stripe_max_network_retries + 1,
+        # Unpaced until Stripe says 429, then shared by every listing thread (AIMD).
+        throttle=Throttle(), concurrency=settings.reconcile_concurrency,
     )
 
 

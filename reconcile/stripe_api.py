@@ -1,92 +1,96 @@
-"""The only module that imports `stripe`: client, listings, retrieves, and what errors mean.
+"""The only module that imports `stripe`: client, listings, retrieves, payments, error meaning.
 
 Objects leave as plain JSON mappings (typed SDK objects are ~20x slower to build) in frozen
 values stamped with Stripe's own clock (the `Date` header), so staleness compares like with like.
+Wire details that need no SDK live in `reconcile.stripe_wire`.
 
-Retry layering: this gateway's loop is the *only* retry layer. Every GET passes
+Retry layering: this gateway's loop is the *only* retry layer. Every request passes
 `max_network_retries=0`, whatever the client was built with, because SDK retries would multiply
 with ours (max_attempts x (1 + N) requests), hide attempts from `stats`, sleep on the real clock
 and skip 429s lacking `Stripe-Should-Retry`. `make_client` still applies the configured value
 to the client for any SDK call made outside the gateway; wire the setting into the gateway as
 `max_attempts = max_network_retries + 1`.
+
+POSTs always carry the caller's idempotency key, so a retry can never act twice: Stripe either
+never saw the request (network error, 429, 409 key in use) or replays its stored answer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import stripe
 from stripe import _util as stripe_util
-from stripe._request_options import RequestOptions
+from stripe._request_options import RequestOptions, extract_options_from_dict
 
 from reconcile.errors import ConfigError, ReconcileError, StripeRequestError, StripeUnavailableError
+from reconcile.listing import Throttle, list_windows, windows
+from reconcile.stripe_wire import (
+    AccountProbe,
+    Page,
+    PayOutcome,
+    RequestStats,
+    Retrieved,
+    StripeAccount,
+    WebhookEndpoint,
+    check_id,
+    check_path,
+    header,
+    http_date,
+    key_livemode,
+    list_body,
+    pay_outcome_from_error,
+    pay_outcome_from_invoice,
+    retry_after,
+    timestamp,
+    webhook_endpoint_from_payload,
+)
 
+__all__ = [
+    "PINNED_API_VERSION", "AccountProbe", "Page", "PayOutcome", "RequestStats", "Retrieved",
+    "StripeAccount", "StripeGateway", "WebhookEndpoint", "key_livemode", "make_client",
+]
+
+# The API version the SDK pins every request to; webhook endpoints should render events in it.
+PINNED_API_VERSION: str = stripe.api_version
 _PAGE_LIMIT = 100
 _MAX_EVENT_TYPES = 20  # Stripe rejects more than 20 `types` per events request
 # (connect, read) seconds: a dead host should fail fast and be retried, a big page may be slow.
 _TIMEOUT = (10.0, 80.0)
-# A pathological Retry-After must not stall a run for hours; the retry still counts an attempt.
-_RETRY_AFTER_CEILING = 60.0
 # Keys `raw_request` takes as request options (or routing), not as query parameters.
 _RESERVED_PARAMS = RequestOptions.__optional_keys__ | {"base", "usage"}
-_KEY_PREFIXES = (("sk_live_", True), ("rk_live_", True), ("sk_test_", False), ("rk_test_", False))
 # Stripe echoes keys masked ("sk_test_****1234"); we drop even those from our messages.
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9*]*")
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_]+")
-_PATH_PATTERN = re.compile(r"/v1/[A-Za-z0-9_/]+")
 _AUTH_HINT = (
     "check STRIPE_API_KEY; a restricted key needs read access to subscriptions, invoices, "
-    "events and account"
+    "events, account and webhook endpoints (and write access to invoices for retry-payments)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    objects: tuple[Mapping[str, Any], ...]
-    observed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Retrieved:
-    object: Mapping[str, Any]
-    observed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StripeAccount:
-    id: str
-    livemode: bool
-
-
-@dataclass
-class RequestStats:
-    """Counters, mutable on purpose: the gateway bumps them as it goes."""
-
-    requests: int = 0
-    rate_limited: int = 0
-    retries: int = 0
 
 
 class _ResourceMissing(StripeRequestError):
     """A confirmed 404 resource_missing: `retrieve` turns it into None, listings raise it."""
 
 
-def key_livemode(api_key: str) -> bool:
-    """True for live keys, False for test keys; anything else cannot read our resources."""
-    for prefix, live in _KEY_PREFIXES:
-        if api_key.startswith(prefix):
-            return live
-    # Never echo the key: even its tail would help someone guess which key leaked.
-    raise ConfigError(["STRIPE_API_KEY must start with sk_live_, sk_test_, rk_live_ or rk_test_"])
+class _PaymentRefused(StripeRequestError):
+    """Stripe refused a POST for a reason of the object (card declined, invoice not open)."""
+
+    def __init__(
+        self, message: str, *, http_status: int, error: Mapping[str, Any],
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.error = error
+        self.headers = headers
 
 
 def make_client(api_key: str, api_base: str, max_network_retries: int) -> stripe.StripeClient:
@@ -116,8 +120,30 @@ def _quiet_stripe_logging() -> None:
     stripe_util.STRIPE_LOG = None
 
 
+class _Response(Protocol):
+    """What the gateway reads from a response: `StripeResponse` and `_PlainResponse`."""
+
+    @property
+    def data(self) -> Any: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainResponse:
+    """The parts of a 2xx response the gateway reads (`StripeResponse`'s names)."""
+
+    data: Any
+    code: int
+    headers: Mapping[str, str]
+
+
+# Subscriptions older than this all fall into the first (open-ended) window.
+_WINDOW_HORIZON_S = 2 * 365 * 86400
+
+
 class StripeGateway:
-    """Read-only access to Stripe with our retry policy; see the module docstring."""
+    """Access to Stripe with our retry policy; see the module docstring."""
 
     def __init__(
         self,
@@ -130,6 +156,8 @@ class StripeGateway:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        throttle: Throttle | None = None,
+        concurrency: int = 1,
     ) -> None:
         if max_attempts < 1 or backoff_base < 0 or backoff_cap < 0:
             raise ValueError("max_attempts must be >= 1 and backoff values >= 0")
@@ -140,19 +168,24 @@ class StripeGateway:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._clock = clock  # only when a response lacks a usable Date header
+        # Our clock: for responses lacking a usable Date header, and around skew probes.
+        self._clock = clock
         self.stats = RequestStats()
+        # Listings may run in several threads (created windows); they share the pace.
+        self._throttle = throttle
+        self._concurrency = max(1, concurrency)
+        self._stats_lock = threading.Lock()
 
     def list_pages(self, path: str, params: Mapping[str, str | int]) -> Iterator[Page]:
-        _check_path(path)
+        check_path(path)
         if reserved := _RESERVED_PARAMS.intersection(params):
             raise ValueError(f"reserved parameter(s) {sorted(reserved)} for {path}")
         query: dict[str, str | int] = {"limit": _PAGE_LIMIT, **params}
         used_cursors: set[str] = set()
         while True:
             response = self._send(path, query)
-            objects, has_more = _list_body(path, response.data)
-            yield Page(objects=objects, observed_at=self._observed_at(response))
+            objects, has_more = list_body(path, response.data)
+            yield Page(objects=objects, observed_at=self._observed_at(response.headers))
             if not has_more:
                 return
             cursor = objects[-1]["id"]
@@ -163,12 +196,22 @@ class StripeGateway:
             query["starting_after"] = cursor
 
     def list_subscriptions(self) -> Iterator[Page]:
-        return self.list_pages("/v1/subscriptions", {"status": "all"})
+        base: dict[str, str | int] = {"status": "all", "limit": _PAGE_LIMIT}
+        if self._concurrency <= 1:
+            return self.list_pages("/v1/subscriptions", base)
+        # Several cursors over `created` windows; the outer windows are open-ended, so the
+        # union is the whole listing whatever the horizon guessed here.
+        end = timestamp(self._clock()) + 1
+        parts = windows(end - _WINDOW_HORIZON_S, end, self._concurrency * 4)
+        return list_windows(
+            lambda params: self.list_pages("/v1/subscriptions", params), base, parts,
+            concurrency=self._concurrency,
+        )
 
     def list_invoices(self, *, lookback_days: int, now: datetime) -> Iterator[Page]:
         if lookback_days < 0:
             raise ValueError("lookback_days must be >= 0")
-        since = _timestamp(now - timedelta(days=lookback_days))
+        since = timestamp(now - timedelta(days=lookback_days))
         # Open and uncollectible invoices matter however old; the rest only if recent.
         yield from self.list_pages("/v1/invoices", {"status": "open"})
         yield from self.list_pages("/v1/invoices", {"status": "uncollectible"})
@@ -177,7 +220,7 @@ class StripeGateway:
     def list_events(self, *, types: Sequence[str], created_gte: datetime) -> Iterator[Page]:
         if isinstance(types, str) or not types:
             raise ValueError("types must be a non-empty sequence of event type names")
-        since = _timestamp(created_gte)
+        since = timestamp(created_gte)
         unique = list(dict.fromkeys(types))
         for start in range(0, len(unique), _MAX_EVENT_TYPES):
             # The SDK encodes a list as `types[0]=..&types[1]=..`; Stripe accepts that form.
@@ -187,8 +230,13 @@ class StripeGateway:
             params["created[gte]"] = since
             yield from self.list_pages("/v1/events", params)
 
+    def list_webhook_endpoints(self) -> tuple[WebhookEndpoint, ...]:
+        """Every webhook endpoint of the key's account and mode."""
+        pages = self.list_pages("/v1/webhook_endpoints", {})
+        return tuple(webhook_endpoint_from_payload(o) for page in pages for o in page.objects)
+
     def retrieve(self, path: str) -> Retrieved | None:
-        _check_path(path)
+        check_path(path)
         try:
             response = self._send(path, {})
         except _ResourceMissing:
@@ -196,77 +244,172 @@ class StripeGateway:
         data = response.data
         if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
             raise StripeUnavailableError(f"Stripe returned a malformed object for GET {path}")
-        return Retrieved(object=data, observed_at=self._observed_at(response))
+        return Retrieved(object=data, observed_at=self._observed_at(response.headers))
 
     def retrieve_subscription(self, subscription_id: str) -> Retrieved | None:
-        return self.retrieve(f"/v1/subscriptions/{_check_id(subscription_id)}")
+        return self.retrieve(f"/v1/subscriptions/{check_id(subscription_id)}")
 
     def retrieve_invoice(self, invoice_id: str) -> Retrieved | None:
-        return self.retrieve(f"/v1/invoices/{_check_id(invoice_id)}")
+        return self.retrieve(f"/v1/invoices/{check_id(invoice_id)}")
 
     def account(self) -> StripeAccount:
-        data = self._send("/v1/account", {}).data
+        return self.probe_account().account
+
+    def probe_account(self) -> AccountProbe:
+        """GET /v1/account, keeping Stripe's Date and our clock before and after."""
+        sent_at = self._clock()
+        response = self._send("/v1/account", {})
+        received_at = self._clock()
+        data = response.data
         if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
             raise StripeUnavailableError("Stripe returned a malformed object for GET /v1/account")
-        return StripeAccount(id=data["id"], livemode=self._livemode)
+        return AccountProbe(
+            account=StripeAccount(id=data["id"], livemode=self._livemode),
+            stripe_date=http_date(header(response.headers, "Date")),
+            sent_at=sent_at, received_at=received_at,
+        )
 
-    def _send(self, path: str, params: Mapping[str, str | int]) -> stripe.StripeResponse:
-        """One logical GET: retries transient failures, maps the rest to product errors."""
+    def pay_invoice(
+        self, invoice_id: str, *, idempotency_key: str, off_session: bool = True
+    ) -> PayOutcome:
+        """Charge an open invoice's stored payment method; a decline is returned, not raised.
+
+        Raises StripeUnavailableError when the outcome is unknown (retries exhausted): the
+        caller must retry later with the *same* key, which Stripe answers from its cache.
+        """
+        if not idempotency_key:
+            raise ValueError("pay_invoice needs an idempotency key")
+        path = f"/v1/invoices/{check_id(invoice_id)}/pay"
+        params = {"off_session": "true" if off_session else "false"}
+        try:
+            response = self._send(path, params, idempotency_key=idempotency_key)
+        except _PaymentRefused as refused:
+            replayed = header(refused.headers, "Idempotent-Replayed") == "true"
+            observed_at = self._observed_at(refused.headers)
+            return pay_outcome_from_error(
+                refused.http_status, refused.error, observed_at, replayed=replayed
+            )
+        data = response.data
+        if not isinstance(data, Mapping) or data.get("object") != "invoice":
+            raise StripeUnavailableError(f"Stripe returned a malformed invoice for POST {path}")
+        replayed = header(response.headers, "Idempotent-Replayed") == "true"
+        observed_at = self._observed_at(response.headers)
+        return pay_outcome_from_invoice(data, observed_at, replayed=replayed)
+
+    def _send(
+        self, path: str, params: Mapping[str, str | int], *, idempotency_key: str | None = None
+    ) -> _Response:
+        """One logical request (GET, or POST with a key): retries transient failures only."""
+        verb = "GET" if idempotency_key is None else "POST"
+        options: dict[str, Any] = {"max_network_retries": 0}
+        if idempotency_key is not None:
+            options["idempotency_key"] = idempotency_key
         for attempt in range(1, self._max_attempts + 1):
-            self.stats.requests += 1
+            if self._throttle is not None:
+                self._throttle.acquire()
+            with self._stats_lock:
+                self.stats.requests += 1
             try:
-                response: stripe.StripeResponse = self._client.raw_request(
-                    "get", path, max_network_retries=0, **params
-                )
+                response = self._request(verb, path, options, params)
+                if self._throttle is not None:
+                    self._throttle.reward()
                 return response
             except stripe.StripeError as exc:
                 failure = exc
             # Judged outside `except`, so an auth error never rides along as __context__.
-            floor = self._retry_floor(path, failure)
+            floor = self._retry_floor(verb, path, failure)
             if attempt < self._max_attempts:
                 self.stats.retries += 1
                 self._sleep(max(floor, self._backoff(attempt)))
         raise StripeUnavailableError(
-            f"Stripe GET {path} failed after {self._max_attempts} attempt(s); "
+            f"Stripe {verb} {path} failed after {self._max_attempts} attempt(s); "
             f"last error: {_describe(failure)}"
         )
 
-    def _retry_floor(self, path: str, exc: stripe.StripeError) -> float:
+    def _request(
+        self, verb: str, path: str, options: dict[str, Any], params: Mapping[str, str | int]
+    ) -> _Response:
+        """`raw_request`, but a 2xx body is parsed into plain dicts.
+
+        The SDK parses every body with an OrderedDict hook, a third slower than plain
+        `json.loads`, and listings parse hundreds of MB. Errors still go through the SDK's
+        own interpretation, so they raise exactly as `raw_request` would. Private SDK API
+        (pinned <17): if it is not there, fall back to `raw_request`.
+        """
+        requestor = getattr(self._client, "_requestor", None)
+        if requestor is None or not hasattr(requestor, "request_raw"):
+            sdk: stripe.StripeResponse = self._client.raw_request(
+                verb.lower(), path, **options, **params
+            )
+            return sdk
+        request_options, body_params = extract_options_from_dict({**options, **params})
+        rbody, rcode, rheaders = requestor.request_raw(
+            verb.lower(), path, params=body_params, options=request_options,
+            base_address="api", api_mode="V1", usage=["raw_request"],
+        )
+        if 200 <= rcode < 300:
+            try:
+                return _PlainResponse(json.loads(rbody), rcode, rheaders)
+            except ValueError:
+                pass  # let the SDK report a malformed body its own way
+        interpreted: stripe.StripeResponse = requestor._interpret_response(
+            rbody, rcode, rheaders, "V1"
+        )
+        return interpreted
+
+    def _retry_floor(self, verb: str, path: str, exc: stripe.StripeError) -> float:
         """The minimum wait before retrying `exc`; raises when retrying cannot help."""
         if isinstance(exc, stripe.RateLimitError):  # 429, and the legacy 400 rate_limit
-            self.stats.rate_limited += 1
-            return _retry_after(exc.headers, self._clock())
+            with self._stats_lock:
+                self.stats.rate_limited += 1
+            if self._throttle is not None:
+                self._throttle.penalize()
+            return retry_after(exc.headers, self._clock())
         if isinstance(exc, stripe.APIConnectionError):
             if exc.should_retry:
                 return 0.0
             # e.g. TLS verification failed or the URL is malformed: no retry will fix it.
-            message = f"cannot reach Stripe for GET {path}: {_describe(exc)}"
+            message = f"cannot reach Stripe for {verb} {path}: {_describe(exc)}"
             raise StripeUnavailableError(message) from exc
-        if (exc.http_status or 0) >= 500:
+        status = exc.http_status or 0
+        if verb == "POST":
+            should_retry = header(exc.headers, "Stripe-Should-Retry")
+            if status >= 500 and should_retry == "false":
+                # Stripe ran the request and stored this error; the outcome is not ours to know.
+                raise StripeUnavailableError(f"Stripe {verb} {path} failed: {_describe(exc)}")
+            if status == 409 or should_retry == "true":  # 409: the same key is still running
+                return 0.0
+        if status >= 500:
             return 0.0
         # Auth errors quote the key (masked): keep them out of chained tracebacks.
-        raise _refusal(path, exc) from (None if _is_auth(exc) else exc)
+        raise _refusal(verb, path, exc) from (None if _is_auth(exc) else exc)
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: concurrent runs hitting the same limit spread out instead of in lockstep.
         ceiling = min(self._backoff_cap, self._backoff_base * 2.0 ** (attempt - 1))
         return self._rng.uniform(0.0, ceiling)
 
-    def _observed_at(self, response: stripe.StripeResponse) -> datetime:
-        return _http_date(_header(response.headers, "Date")) or self._clock()
+    def _observed_at(self, headers: Mapping[str, str] | None) -> datetime:
+        return http_date(header(headers, "Date")) or self._clock()
 
 
-def _refusal(path: str, exc: stripe.StripeError) -> ReconcileError:
+def _refusal(verb: str, path: str, exc: stripe.StripeError) -> ReconcileError:
     status = exc.http_status or 0
     if _is_auth(exc):
         return StripeRequestError(
-            f"Stripe refused the API key for GET {path}: {_describe(exc)}", hint=_AUTH_HINT
+            f"Stripe refused the API key for {verb} {path}: {_describe(exc)}", hint=_AUTH_HINT
         )
     if 200 <= status < 300:  # the SDK could not parse a 2xx body
-        return StripeUnavailableError(f"Stripe returned a malformed body for GET {path}")
+        return StripeUnavailableError(f"Stripe returned a malformed body for {verb} {path}")
+    error = _error(exc)
+    if verb == "POST" and status in (400, 402, 404) and error.get("type") != "idempotency_error":
+        return _PaymentRefused(
+            f"Stripe refused {verb} {path}: {_describe(exc)}", http_status=status, error=error,
+            headers=exc.headers,
+        )
     if status == 404 and _error_field(exc, "code") == "resource_missing":
         return _ResourceMissing(f"Stripe has no {path}: {_describe(exc)}")
-    return StripeRequestError(f"Stripe refused GET {path}: {_describe(exc)}")
+    return StripeRequestError(f"Stripe refused {verb} {path}: {_describe(exc)}")
 
 
 def _is_auth(exc: stripe.StripeError) -> bool:
@@ -286,70 +429,12 @@ def _describe(exc: stripe.StripeError) -> str:
     return _KEY_PATTERN.sub("[redacted key]", " ".join(text.split()))
 
 
-def _error_field(exc: stripe.StripeError, name: str) -> str | None:
+def _error(exc: stripe.StripeError) -> Mapping[str, Any]:
     body = exc.json_body
     error = body.get("error") if isinstance(body, Mapping) else None
-    value = error.get(name) if isinstance(error, Mapping) else None
+    return error if isinstance(error, Mapping) else {}
+
+
+def _error_field(exc: stripe.StripeError, name: str) -> str | None:
+    value = _error(exc).get(name)
     return value if isinstance(value, str) else None
-
-
-def _list_body(path: str, data: object) -> tuple[tuple[Mapping[str, Any], ...], bool]:
-    if (
-        isinstance(data, Mapping)
-        and data.get("object") == "list"
-        and isinstance(data.get("data"), list)
-        and isinstance(data.get("has_more"), bool)
-    ):
-        objects = tuple(data["data"])
-        has_more: bool = data["has_more"]
-        if all(isinstance(o, Mapping) for o in objects) and (
-            not has_more or (objects and isinstance(objects[-1].get("id"), str))
-        ):
-            return objects, has_more
-    raise StripeUnavailableError(f"Stripe returned a malformed list for GET {path}")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()  # requests gives a case-insensitive dict; other clients may not
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    # "-0000" parses naive; HTTP dates are GMT by definition.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _retry_after(headers: Mapping[str, str] | None, now: datetime) -> float:
-    raw = _header(headers or {}, "Retry-After")
-    if raw is None:
-        return 0.0
-    try:
-        seconds = float(raw)
-    except ValueError:
-        when = _http_date(raw)
-        seconds = (when - now).total_seconds() if when else 0.0
-    return min(max(seconds, 0.0), _RETRY_AFTER_CEILING) if math.isfinite(seconds) else 0.0
-
-
-def _timestamp(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("datetimes sent to Stripe must be timezone-aware")
-    return int(moment.timestamp())
-
-
-def _check_path(path: str) -> None:
-    if not _PATH_PATTERN.fullmatch(path):
-        raise ValueError(f"not a Stripe v1 path: {path!r}")
-
-
-def _check_id(object_id: str) -> str:
-    # Ids may come from webhook bodies or operators; never let one reshape the request path.
-    if not _ID_PATTERN.fullmatch(object_id):
-        raise StripeRequestError(f"not a Stripe object id: {object_id[:80]!r}")
-    return object_id

@@ -233,6 +233,7 @@ def test_livemode_follows_the_key(key: str, live: bool) -> None:
     ("raw", "expected"),
     [
         ("1d,3d,5d,7d", tuple(timedelta(days=d) for d in (1, 3, 5, 7))),
+        ("0d,2d", (timedelta(0), timedelta(days=2))),  # 0d: at the next run
         ("30m, 12h ,1d,1d", (timedelta(minutes=30), timedelta(hours=12), timedelta(days=1),
                              timedelta(days=1))),
     ],
@@ -246,11 +247,11 @@ def test_retry_schedule_parser_accepts_units_and_ties(
 
 @pytest.mark.parametrize(
     ("raw", "fragment"),
-    [("3d,1d", "must not decrease"), ("1w", "invalid duration"), ("0h", "zero duration"),
+    [("3d,1d", "must not decrease"), ("1w", "invalid duration"), ("-1d", "invalid duration"),
      ("1d,", "invalid duration"), ("1.5d", "invalid duration")],
 )
 def test_retry_schedule_parser_rejects_bad_lists(raw: str, fragment: str) -> None:
-    """Decreasing, zero, unknown-unit and malformed entries are rejected."""
+    """Decreasing, negative, unknown-unit and malformed entries are rejected."""
     with pytest.raises(ValueError, match=re.escape(fragment)):
         p.durations(raw)
 

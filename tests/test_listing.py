@@ -94,3 +94,28 @@ def test_throttle_slows_down_on_429_and_recovers_slowly() -> None:
     slowed = throttle.rate
     throttle.reward()
     assert throttle.rate > slowed
+
+
+def test_gateway_windows_against_the_emulator_match_the_sequential_listing() -> None:
+    """Parallel created windows over HTTP list exactly the subscriptions one cursor lists."""
+    from reconcile.emulator import StripeEmulator
+    from reconcile.stripe_api import StripeGateway, make_client
+
+    with StripeEmulator() as emu:
+        emu.seed(600, rng_seed=3)
+        emu.faults.rate_limit(40, path_prefix="/v1/subscriptions")
+
+        def listed(concurrency: int, throttle: Throttle | None) -> list[str]:
+            gateway = StripeGateway(
+                make_client(emu.api_key, emu.url, 0), api_key_livemode=False,
+                concurrency=concurrency, throttle=throttle, max_attempts=20,
+                backoff_base=0.05, backoff_cap=0.2,
+            )
+            return [o["id"] for page in gateway.list_subscriptions() for o in page.objects]
+
+        sequential = listed(1, None)
+        throttle = Throttle()
+        parallel = listed(4, throttle)
+    assert len(sequential) == 600
+    assert sorted(parallel) == sorted(sequential)
+    assert len(parallel) == len(set(parallel))
