@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 from reconcile import diff, outbox
 from reconcile.fields import (
@@ -71,70 +71,82 @@ def _update_sql(
     """
 
 
-def _insert_sql(table: str, key: str, source: str, fields: tuple[Field, ...], extra: str) -> str:
-    # A row a concurrent writer inserted meanwhile is left to that writer (DO NOTHING): its
-    # state is at least as fresh as ours, and the next run compares again.
+def _insert_sql(
+    table: str, key: str, source: str, fields: tuple[Field, ...], terminal: str, extra: str
+) -> str:
+    # Rows missing when we looked are inserted. One a concurrent writer inserted meanwhile
+    # gets the same guarded update as `_update_sql`: the fresher observation wins either way.
     columns = [key, *(f.column for f in fields if f.column != key)]
     cols = ", ".join(columns)
     vals = ", ".join(f"r.{c}" for c in columns)
-    extra_cols, extra_vals, join = "", "", ""
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
+    extra_cols, extra_vals, extra_set, join = "", "", "", ""
     if extra == "user":
         extra_cols, extra_vals = ", user_id", ", u.id"
+        extra_set = ", user_id = COALESCE(l.user_id, EXCLUDED.user_id)"
         join = "LEFT JOIN users u ON u.stripe_customer_id = r.stripe_customer_id"
     return f"""
     WITH r AS ({source})
-    INSERT INTO {table} ({cols}, stripe_observed_at{extra_cols})
+    INSERT INTO {table} AS l ({cols}, stripe_observed_at{extra_cols})
     SELECT {vals}, r.observed_at{extra_vals} FROM r {join}
-     WHERE NOT EXISTS (SELECT 1 FROM {table} l WHERE l.{key} = r.{key})
-    ON CONFLICT ({key}) DO NOTHING
+     WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key} = r.{key})
+    ON CONFLICT ({key}) DO UPDATE
+       SET {sets}, stripe_observed_at = EXCLUDED.stripe_observed_at,
+           updated_at = now(){extra_set}
+     WHERE {fresher("l", "EXCLUDED.stripe_observed_at")}
+       AND {not_regressing("l", "EXCLUDED.status", terminal)}
+       AND {any_differs(fields, "l", "EXCLUDED")}
     """
 
 
-_SUB_UPDATE = _update_sql(
+_SUB_UPDATE = text(_update_sql(
     "subscriptions",
     "stripe_subscription_id",
     SUBSCRIPTION_SOURCE,
     SUBSCRIPTION_FIELDS,
     "sub_terminal",
-)
-_SUB_INSERT = _insert_sql(
-    "subscriptions", "stripe_subscription_id", SUBSCRIPTION_SOURCE, SUBSCRIPTION_FIELDS, "user"
-)
-_INV_UPDATE = _update_sql(
+))
+_SUB_INSERT = text(_insert_sql(
+    "subscriptions", "stripe_subscription_id", SUBSCRIPTION_SOURCE, SUBSCRIPTION_FIELDS,
+    "sub_terminal", "user",
+))
+_INV_UPDATE = text(_update_sql(
     "invoices", "stripe_invoice_id", INVOICE_SOURCE, INVOICE_FIELDS, "inv_terminal"
-)
-_INV_INSERT = _insert_sql("invoices", "stripe_invoice_id", INVOICE_SOURCE, INVOICE_FIELDS, "")
+))
+_INV_INSERT = text(_insert_sql(
+    "invoices", "stripe_invoice_id", INVOICE_SOURCE, INVOICE_FIELDS, "inv_terminal", ""
+))
 
-_LINK_USERS = """
+_LINK_USERS = text("""
     UPDATE subscriptions l SET user_id = u.id, updated_at = now()
       FROM users u
      WHERE l.user_id IS NULL AND u.stripe_customer_id = l.stripe_customer_id
        AND l.stripe_subscription_id IN (SELECT stripe_subscription_id FROM stage_subscriptions)
-"""
+""")
 
 # Only a retrieve that answered 404 puts an id in stage_gone; a subscription Stripe deleted
 # has ended, and a deleted draft invoice is kept (nothing is lost) but marked.
-_GONE_SUBSCRIPTIONS = """
+_GONE_SUBSCRIPTIONS = text("""
     UPDATE subscriptions l SET status = 'canceled', end_date = COALESCE(l.end_date, g.observed_at),
            stripe_observed_at = g.observed_at, updated_at = now()
       FROM stage_gone g
      WHERE g.object = 'subscription' AND l.stripe_subscription_id = g.stripe_id
        AND l.stripe_observed_at < g.observed_at
        AND l.status <> ALL(CAST(:sub_terminal AS text[]))
-"""
-_GONE_INVOICES = """
+""")
+_GONE_INVOICES = text("""
     UPDATE invoices l SET status = 'deleted', stripe_observed_at = g.observed_at,
            updated_at = now()
       FROM stage_gone g
      WHERE g.object = 'invoice' AND l.stripe_invoice_id = g.stripe_id
        AND l.stripe_observed_at < g.observed_at AND l.status <> 'deleted'
-"""
+""")
 
-_USERS = """
+_USERS = text("""
     UPDATE users u SET subscription_status = d.stripe
       FROM drift d
      WHERE d.kind = 'user_status' AND u.stripe_customer_id = d.stripe_id
-"""
+""")
 
 
 def reconcile_staged(
@@ -155,8 +167,8 @@ def reconcile_staged(
     params = guard_params(allow_tie=allow_tie)
     diff.diff_objects(conn, allow_tie=allow_tie)
 
-    def run(sql: str) -> int:
-        return int(conn.execute(text(sql), params).rowcount)
+    def run(statement: TextClause) -> int:
+        return int(conn.execute(statement, params).rowcount)
 
     sub_updated = run(_SUB_UPDATE)
     sub_inserted = run(_SUB_INSERT)

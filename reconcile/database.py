@@ -13,7 +13,11 @@ from reconcile.migrate import head
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     """A pooled engine; connections are checked before use so a restarted server is fine."""
-    engine = create_engine(database_url, pool_pre_ping=True, pool_size=pool_size)
+    # A bounded connect: an unreachable host must fail fast, not hang a webhook writer.
+    engine = create_engine(
+        database_url, pool_pre_ping=True, pool_size=pool_size,
+        connect_args={"connect_timeout": 5},
+    )
     staging.install(engine)
     return engine
 

@@ -120,42 +120,30 @@ _USER_DRIFT = """
 """
 
 
+_SUB_DRIFT = text(_object_drift_sql(
+    "subscription", "subscriptions", "stripe_subscription_id", SUBSCRIPTION_SOURCE,
+    SUBSCRIPTION_FIELDS, "sub_terminal",
+))
+_INV_DRIFT = text(_object_drift_sql(
+    "invoice", "invoices", "stripe_invoice_id", INVOICE_SOURCE, INVOICE_FIELDS, "inv_terminal",
+))
+_CUSTOMER_DRIFT_SQL = text(_CUSTOMER_DRIFT)
+_GONE_DRIFT_SQL = text(_GONE_DRIFT)
+_USER_DRIFT_SQL = text(_USER_DRIFT)
+
+
 def diff_objects(conn: Connection, *, allow_tie: bool = False) -> None:
     """Record subscription, invoice, customer-link and gone drift from the staging tables."""
     params = guard_params(allow_tie=allow_tie)
-    conn.execute(
-        text(
-            _object_drift_sql(
-                "subscription",
-                "subscriptions",
-                "stripe_subscription_id",
-                SUBSCRIPTION_SOURCE,
-                SUBSCRIPTION_FIELDS,
-                "sub_terminal",
-            )
-        ),
-        params,
-    )
-    conn.execute(
-        text(
-            _object_drift_sql(
-                "invoice",
-                "invoices",
-                "stripe_invoice_id",
-                INVOICE_SOURCE,
-                INVOICE_FIELDS,
-                "inv_terminal",
-            )
-        ),
-        params,
-    )
-    conn.execute(text(_CUSTOMER_DRIFT))
-    conn.execute(text(_GONE_DRIFT), params)
+    conn.execute(_SUB_DRIFT, params)
+    conn.execute(_INV_DRIFT, params)
+    conn.execute(_CUSTOMER_DRIFT_SQL)
+    conn.execute(_GONE_DRIFT_SQL, params)
 
 
 def diff_users(conn: Connection) -> None:
     """Record user status drift; run after subscriptions are applied (inside the txn)."""
-    conn.execute(text(_USER_DRIFT), {"precedence": list(USER_STATUS_PRECEDENCE)})
+    conn.execute(_USER_DRIFT_SQL, {"precedence": list(USER_STATUS_PRECEDENCE)})
 
 
 def counts(conn: Connection) -> dict[str, int]:

@@ -159,3 +159,14 @@ def analyze(conn: Connection) -> None:
     """Temp tables are never auto-analysed; a big batch needs statistics for good joins."""
     conn.execute(text("ANALYZE stage_subscriptions"))
     conn.execute(text("ANALYZE stage_invoices"))
+
+
+_CLEAR = tuple(text(f"DELETE FROM {t}") for t in ("stage_subscriptions", "stage_invoices",
+                                                  "stage_gone", "drift"))
+
+
+def clear(conn: Connection) -> None:
+    """Empty the staging tables inside a transaction, to stage and apply again."""
+    prepare(conn)
+    for statement in _CLEAR:
+        conn.execute(statement)
