@@ -8,7 +8,14 @@ import click
 
 from cli.common import EXIT_CODES_HELP
 from cli.db import db_group
+from cli.demo import demo_command
+from cli.doctor import doctor_command
+from cli.notify import notify_command, worker_command
+from cli.replay import replay_command
+from cli.retry import retry_command
 from cli.run import execute_run, run_command, run_options
+from cli.schedule import schedule_command
+from cli.serve import serve_command
 
 
 @click.group(invoke_without_command=True, epilog=EXIT_CODES_HELP)
@@ -27,5 +34,8 @@ def main(ctx: click.Context, /, **kwargs: Any) -> None:
     execute_run(**kwargs)
 
 
-main.add_command(run_command)
-main.add_command(db_group)
+for command in (
+    run_command, db_group, serve_command, replay_command, notify_command, worker_command,
+    retry_command, schedule_command, doctor_command, demo_command,
+):
+    main.add_command(command)

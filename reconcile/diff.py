@@ -75,7 +75,7 @@ _CUSTOMER_DRIFT = f"""
            SELECT 1 FROM users u WHERE u.stripe_customer_id = r.stripe_customer_id)
     UNION ALL
     SELECT 'unknown_customer', 'subscription', l.stripe_subscription_id, 'user_id',
-           NULL, u.id::text, 'link_user'
+           NULL, u.id::text, 'link'
       FROM r JOIN subscriptions l ON l.stripe_subscription_id = r.stripe_subscription_id
       JOIN users u ON u.stripe_customer_id = r.stripe_customer_id
      WHERE l.user_id IS NULL
@@ -84,13 +84,13 @@ _CUSTOMER_DRIFT = f"""
 _GONE_DRIFT = """
     INSERT INTO drift (kind, object, stripe_id, field, local, stripe, action)
     SELECT 'missing_in_stripe', 'subscription', l.stripe_subscription_id, 'status', l.status,
-           NULL, 'mark_canceled'
+           NULL, 'cancel'
       FROM stage_gone g JOIN subscriptions l ON l.stripe_subscription_id = g.stripe_id
      WHERE g.object = 'subscription' AND l.stripe_observed_at < g.observed_at
        AND l.status <> ALL(CAST(:sub_terminal AS text[]))
     UNION ALL
     SELECT 'missing_in_stripe', 'invoice', l.stripe_invoice_id, 'status', l.status,
-           NULL, 'mark_deleted'
+           NULL, 'mark_gone'
       FROM stage_gone g JOIN invoices l ON l.stripe_invoice_id = g.stripe_id
      WHERE g.object = 'invoice' AND l.stripe_observed_at < g.observed_at
        AND l.status <> 'deleted'

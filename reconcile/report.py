@@ -38,20 +38,31 @@ def render_json(result: RunResult) -> str:
     return json.dumps(as_json_document(result), sort_keys=False) + "\n"
 
 
-def _cut(value: str | None, width: int) -> str:
-    shown = "∅" if value is None else value
-    return shown if len(shown) <= width else shown[: width - 1] + "…"
+_SHORT_OBJECT = {"subscription": "sub", "invoice": "inv", "user": "user"}
+
+
+def _shown(value: str | None) -> str:
+    """A value for the table: ISO times shortened to minutes, None as ∅."""
+    if value is None:
+        return "∅"
+    if len(value) == 20 and value[10] == "T" and value.endswith("Z"):
+        return f"{value[:10]} {value[11:16]}"  # 2026-05-28T20:26:40Z -> 2026-05-28 20:26
+    return value
+
+
+def _cut(value: str, width: int) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
 
 
 def render_text(result: RunResult, *, max_rows: int = TEXT_ROWS) -> str:
-    """Summary counts per drift kind, then a table capped at `max_rows` lines."""
+    """Summary counts per drift kind, then a table (at most 100 columns) of `max_rows` lines."""
     mode = "dry run" if result.dry_run else "run"
     verb = "would change" if result.dry_run else "changed"
     lines = [
-        f"Reconciliation {mode} #{result.run_id}: {result.outcome} — "
-        f"{result.drift_total} drift entries, {result.changed_rows} rows {verb} "
-        f"({result.objects_listed} objects, {result.stripe_requests} Stripe requests, "
-        f"{result.duration_s:.1f}s)",
+        f"Reconciliation {mode} #{result.run_id}: {result.outcome}, "
+        f"{result.changed_rows} rows {verb} ({result.drift_total} drift entries)",
+        f"  {result.objects_listed} objects listed with {result.stripe_requests} Stripe "
+        f"requests in {result.duration_s:.1f}s",
     ]
     if not result.counts:
         lines.append("No drift: the database matches Stripe.")
@@ -59,15 +70,15 @@ def render_text(result: RunResult, *, max_rows: int = TEXT_ROWS) -> str:
     lines.append("")
     lines.extend(f"  {kind:<24} {n:>8}" for kind, n in sorted(result.counts.items()))
     lines.append("")
-    header = f"{'OBJECT':<12} {'STRIPE ID':<28} {'FIELD':<20} {'LOCAL -> STRIPE':<22} ACTION"
-    lines.append(header)
-    lines.append("-" * min(WIDTH, len(header) + 6))
+    row = "{:<4} {:<28} {:<20} {:<16} {:<16} {}"
+    lines.append(row.format("OBJ", "STRIPE ID", "FIELD", "LOCAL", "STRIPE", "ACTION"))
+    lines.append("-" * WIDTH)
     for d in result.drift[:max_rows]:
-        change = f"{_cut(d.local, 10)} -> {_cut(d.stripe, 10)}"
-        lines.append(
-            f"{_cut(d.object, 12):<12} {_cut(d.stripe_id, 28):<28} "
-            f"{_cut(d.field or '(row)', 20):<20} {change:<22} {_cut(d.action, 13)}"
-        )
+        lines.append(row.format(
+            _SHORT_OBJECT.get(d.object, d.object[:4]), _cut(d.stripe_id, 28),
+            _cut(d.field or "(row)", 20), _cut(_shown(d.local), 16),
+            _cut(_shown(d.stripe), 16), _cut(d.action, 9),
+        ))
     hidden = result.drift_total - min(len(result.drift), max_rows)
     if hidden > 0:
         lines.append(f"… and {hidden} more (use --format json for the full list)")

@@ -134,7 +134,7 @@ def test_unknown_customer_reported_then_linked(engine: Engine, synced: FakeStrip
     synced.tick()
     second = run(engine, synced)
     linked = [d for d in second.drift if d.kind == "unknown_customer"]
-    assert [(d.stripe_id, d.action) for d in linked] == [("sub_x", "link_user")]
+    assert [(d.stripe_id, d.action) for d in linked] == [("sub_x", "link")]
     assert subscription_row(engine, "sub_x")["user_id"] == user_id
     assert user_status(engine, "cus_x") == "active"
 
@@ -146,7 +146,7 @@ def test_missing_in_stripe_confirmed_by_404_marks_canceled(
     del synced.subscriptions["sub_b"]
     result = run(engine, synced)
     gone = [d for d in result.drift if d.kind == "missing_in_stripe"]
-    assert [(d.stripe_id, d.action) for d in gone] == [("sub_b", "mark_canceled")]
+    assert [(d.stripe_id, d.action) for d in gone] == [("sub_b", "cancel")]
     assert "sub_b" in synced.retrieved
     row = subscription_row(engine, "sub_b")
     assert row["status"] == "canceled" and row["end_date"] is not None
