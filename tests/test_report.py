@@ -11,12 +11,14 @@ from reconcile.report import render_json, render_text
 
 
 def result(n: int) -> RunResult:
-    drift = tuple(
+    periods = [
         Drift("current_period_end", "subscription", f"sub_1Pgc6rB7WZ01zgkWNy0C{i:04}",
               "current_period_end", "2026-05-28T20:26:40Z", "2026-06-28T20:26:40Z", "update")
         for i in range(n)
-    ) + (Drift("missing_in_stripe", "subscription", "sub_gone", "status", "active", None,
-               "cancel"),)
+    ]
+    gone = Drift("missing_in_stripe", "subscription", "sub_gone", "status", "active", None,
+                 "cancel")
+    drift = (*periods, gone)
     return RunResult(
         run_id=7, dry_run=True, outcome="drift", counts={"current_period_end": n,
                                                          "missing_in_stripe": 1},
