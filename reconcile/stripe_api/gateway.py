@@ -1,26 +1,9 @@
-"""The only module that imports `stripe`: client, listings, retrieves, payments, error meaning.
-
-Objects leave as plain JSON mappings (typed SDK objects are ~20x slower to build) in frozen
-values stamped with Stripe's own clock (the `Date` header), so staleness compares like with like.
-Wire details that need no SDK live in `reconcile.stripe_wire`.
-
-Retry layering: this gateway's loop is the *only* retry layer. Every request passes
-`max_network_retries=0`, whatever the client was built with, because SDK retries would multiply
-with ours (max_attempts x (1 + N) requests), hide attempts from `stats`, sleep on the real clock
-and skip 429s lacking `Stripe-Should-Retry`. `make_client` still applies the configured value
-to the client for any SDK call made outside the gateway; wire the setting into the gateway as
-`max_attempts = max_network_retries + 1`.
-
-POSTs always carry the caller's idempotency key, so a retry can never act twice: Stripe either
-never saw the request (network error, 429, 409 key in use) or replays its stored answer.
-"""
+"""`StripeGateway`: listings, retrieves and payments with our retry policy (see the package)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,11 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import stripe
-from stripe import _util as stripe_util
 from stripe._request_options import RequestOptions, extract_options_from_dict
 
-from reconcile.errors import ConfigError, ReconcileError, StripeRequestError, StripeUnavailableError
+from reconcile.errors import StripeUnavailableError
 from reconcile.listing import Throttle, list_windows, windows
+from reconcile.stripe_api.errors import (
+    _describe,
+    _is_auth,
+    _PaymentRefused,
+    _refusal,
+    _ResourceMissing,
+)
 from reconcile.stripe_wire import (
     AccountProbe,
     Page,
@@ -46,7 +35,6 @@ from reconcile.stripe_wire import (
     check_path,
     header,
     http_date,
-    key_livemode,
     list_body,
     pay_outcome_from_error,
     pay_outcome_from_invoice,
@@ -55,69 +43,12 @@ from reconcile.stripe_wire import (
     webhook_endpoint_from_payload,
 )
 
-__all__ = [
-    "PINNED_API_VERSION", "AccountProbe", "Page", "PayOutcome", "RequestStats", "Retrieved",
-    "StripeAccount", "StripeGateway", "WebhookEndpoint", "key_livemode", "make_client",
-]
-
 # The API version the SDK pins every request to; webhook endpoints should render events in it.
 PINNED_API_VERSION: str = stripe.api_version
 _PAGE_LIMIT = 100
 _MAX_EVENT_TYPES = 20  # Stripe rejects more than 20 `types` per events request
-# (connect, read) seconds: a dead host should fail fast and be retried, a big page may be slow.
-_TIMEOUT = (10.0, 80.0)
 # Keys `raw_request` takes as request options (or routing), not as query parameters.
 _RESERVED_PARAMS = RequestOptions.__optional_keys__ | {"base", "usage"}
-# Stripe echoes keys masked ("sk_test_****1234"); we drop even those from our messages.
-_KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9*]*")
-_AUTH_HINT = (
-    "check STRIPE_API_KEY; a restricted key needs read access to subscriptions, invoices, "
-    "events, account and webhook endpoints (and write access to invoices for retry-payments)"
-)
-
-
-class _ResourceMissing(StripeRequestError):
-    """A confirmed 404 resource_missing: `retrieve` turns it into None, listings raise it."""
-
-
-class _PaymentRefused(StripeRequestError):
-    """Stripe refused a POST for a reason of the object (card declined, invoice not open)."""
-
-    def __init__(
-        self, message: str, *, http_status: int, error: Mapping[str, Any],
-        headers: Mapping[str, str] | None,
-    ) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.error = error
-        self.headers = headers
-
-
-def make_client(api_key: str, api_base: str, max_network_retries: int) -> stripe.StripeClient:
-    """A client on `requests` (so tests can intercept it) with stripe's logging quietened."""
-    key_livemode(api_key)
-    if max_network_retries < 0:
-        raise ConfigError(["max_network_retries must be >= 0"])
-    _quiet_stripe_logging()
-    return stripe.StripeClient(
-        api_key,
-        # The SDK concatenates base + path, so a trailing slash would yield "//v1/...".
-        base_addresses={"api": api_base.rstrip("/")},
-        max_network_retries=max_network_retries,
-        http_client=stripe.RequestsClient(timeout=_TIMEOUT),
-    )
-
-
-def _quiet_stripe_logging() -> None:
-    # At debug level stripe logs query strings and whole response bodies (customer emails,
-    # addresses). The `stripe` logger gets WARNING so a DEBUG root cannot enable it. STRIPE_LOG
-    # (read once at import) and `stripe.log` make stripe *print* to stderr, bypassing logging,
-    # so both are cleared; this is process-wide, idempotent, and the only way to stop the print.
-    logger = logging.getLogger("stripe")
-    if logger.level < logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    stripe.log = None
-    stripe_util.STRIPE_LOG = None
 
 
 class _Response(Protocol):
@@ -391,50 +322,3 @@ class StripeGateway:
 
     def _observed_at(self, headers: Mapping[str, str] | None) -> datetime:
         return http_date(header(headers, "Date")) or self._clock()
-
-
-def _refusal(verb: str, path: str, exc: stripe.StripeError) -> ReconcileError:
-    status = exc.http_status or 0
-    if _is_auth(exc):
-        return StripeRequestError(
-            f"Stripe refused the API key for {verb} {path}: {_describe(exc)}", hint=_AUTH_HINT
-        )
-    if 200 <= status < 300:  # the SDK could not parse a 2xx body
-        return StripeUnavailableError(f"Stripe returned a malformed body for {verb} {path}")
-    error = _error(exc)
-    if verb == "POST" and status in (400, 402, 404) and error.get("type") != "idempotency_error":
-        return _PaymentRefused(
-            f"Stripe refused {verb} {path}: {_describe(exc)}", http_status=status, error=error,
-            headers=exc.headers,
-        )
-    if status == 404 and _error_field(exc, "code") == "resource_missing":
-        return _ResourceMissing(f"Stripe has no {path}: {_describe(exc)}")
-    return StripeRequestError(f"Stripe refused {verb} {path}: {_describe(exc)}")
-
-
-def _is_auth(exc: stripe.StripeError) -> bool:
-    auth_types = stripe.AuthenticationError | stripe.PermissionError
-    return isinstance(exc, auth_types) or exc.http_status in (401, 403)
-
-
-def _describe(exc: stripe.StripeError) -> str:
-    if isinstance(exc, stripe.APIConnectionError):
-        text = f"network error: {exc.user_message or type(exc).__name__}"
-    else:
-        code = _error_field(exc, "code") or _error_field(exc, "type") or "no error code"
-        message = _error_field(exc, "message") or exc.user_message or "no message"
-        text = f"HTTP {exc.http_status} {code}: {message}"
-    if exc.request_id:
-        text += f" (request {exc.request_id})"
-    return _KEY_PATTERN.sub("[redacted key]", " ".join(text.split()))
-
-
-def _error(exc: stripe.StripeError) -> Mapping[str, Any]:
-    body = exc.json_body
-    error = body.get("error") if isinstance(body, Mapping) else None
-    return error if isinstance(error, Mapping) else {}
-
-
-def _error_field(exc: stripe.StripeError, name: str) -> str | None:
-    value = _error(exc).get(name)
-    return value if isinstance(value, str) else None
