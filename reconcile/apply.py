@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, TextClause, text
 
-from reconcile import diff, outbox
+from reconcile import diff, outbox, staging
 from reconcile.fields import (
     INVOICE_FIELDS,
     INVOICE_SOURCE,
@@ -165,6 +165,7 @@ def reconcile_staged(
     `notify_max_age` are recorded as suppressed.
     """
     params = guard_params(allow_tie=allow_tie)
+    staging.dedupe(conn)
     diff.diff_objects(conn, allow_tie=allow_tie)
 
     def run(statement: TextClause) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from reconcile import staging
 from reconcile.fields import (
     INVOICE_FIELDS,
     INVOICE_SOURCE,
@@ -191,6 +192,7 @@ def conflicts(conn: Connection) -> list[tuple[str, str]]:
     A same-second tie or a late, older event that disagrees with the row: only Stripe's
     current object can say which is right, so the webhook path re-fetches these.
     """
+    staging.dedupe(conn)
     found: list[tuple[str, str]] = []
     for sql in (
         _conflict_sql("subscription", "subscriptions", "stripe_subscription_id",

@@ -92,11 +92,7 @@ def guard_params(*, allow_tie: bool) -> dict[str, object]:
     }
 
 
-SUBSCRIPTION_SOURCE = (
-    "SELECT DISTINCT ON (stripe_subscription_id) * FROM stage_subscriptions "
-    "ORDER BY stripe_subscription_id, observed_at DESC"
-)
-INVOICE_SOURCE = (
-    "SELECT DISTINCT ON (stripe_invoice_id) * FROM stage_invoices "
-    "ORDER BY stripe_invoice_id, observed_at DESC"
-)
+# Staged rows are unique per id once `staging.dedupe` ran (reconcile_staged and conflicts
+# call it), so the statements read the tables directly instead of sorting them again each.
+SUBSCRIPTION_SOURCE = "SELECT * FROM stage_subscriptions"
+INVOICE_SOURCE = "SELECT * FROM stage_invoices"

@@ -170,3 +170,21 @@ def clear(conn: Connection) -> None:
     prepare(conn)
     for statement in _CLEAR:
         conn.execute(statement)
+
+
+# An object staged twice (overlapping invoice listings, a confirmation retrieve, two events
+# in one transaction) keeps only its newest observation; ties keep the one staged last.
+_DEDUPE = tuple(
+    text(
+        f"DELETE FROM {table} a USING {table} b WHERE a.{key} = b.{key} "
+        "AND (a.observed_at, a.ctid) < (b.observed_at, b.ctid)"
+    )
+    for table, key in (("stage_subscriptions", "stripe_subscription_id"),
+                       ("stage_invoices", "stripe_invoice_id"))
+)
+
+
+def dedupe(conn: Connection) -> None:
+    """Leave one row per object in the staging tables: its newest observation."""
+    for statement in _DEDUPE:
+        conn.execute(statement)

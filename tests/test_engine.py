@@ -256,3 +256,21 @@ def test_terminal_status_is_never_left(engine: Engine, synced: FakeStripe) -> No
     set_subscription(engine, "sub_a", status="canceled")
     run(engine, synced)
     assert subscription_row(engine, "sub_a")["status"] == "canceled"
+
+
+def test_object_staged_twice_applies_its_newest_observation(engine: Engine) -> None:
+    """Two observations of one subscription in one batch: the newer wins, whatever the order."""
+    from reconcile import staging
+    from reconcile.apply import reconcile_staged
+    from reconcile.snapshot import subscription_from_payload
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    newer = subscription_from_payload(
+        p.subscription("sub_twice", "cus_t", status="past_due"), t0 + timedelta(seconds=5)
+    )
+    older = subscription_from_payload(p.subscription("sub_twice", "cus_t"), t0)
+    with engine.begin() as conn:
+        staging.stage_subscriptions(conn, [newer, older])
+        applied = reconcile_staged(conn)
+    assert applied.subscriptions_inserted == 1
+    assert subscription_row(engine, "sub_twice")["status"] == "past_due"
