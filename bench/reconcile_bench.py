@@ -17,8 +17,8 @@ import math
 import os
 import time
 import urllib.request
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Boolean, DateTime, String, create_engine, make_url, text
