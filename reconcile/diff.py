@@ -63,6 +63,7 @@ def _object_drift_sql(
       CROSS JOIN LATERAL (VALUES {_field_rows(fields)}) AS k(kind, field, lv, rv)
      WHERE {fresher("l", "r.observed_at")}
        AND {not_regressing("l", "r.status", terminal)}
+       AND {any_differs(fields, "l", "r")}  -- prunes unchanged rows before the lateral
        AND k.lv IS DISTINCT FROM k.rv
     """
 

@@ -274,3 +274,21 @@ def test_object_staged_twice_applies_its_newest_observation(engine: Engine) -> N
         applied = reconcile_staged(conn)
     assert applied.subscriptions_inserted == 1
     assert subscription_row(engine, "sub_twice")["status"] == "past_due"
+
+
+def test_copy_staging_round_trips_awkward_text(engine: Engine) -> None:
+    """Tabs, newlines, backslashes and a literal \\N in text fields survive COPY unchanged."""
+    from reconcile import staging
+    from reconcile.apply import reconcile_staged
+    from reconcile.snapshot import invoice_from_payload
+
+    awkward = "a\tb\\N\nc\\d\re"
+    payload = p.invoice("in_awk", "cus_awk", None, email=awkward)
+    state = invoice_from_payload(payload, datetime(2026, 12, 1, tzinfo=UTC))
+    with engine.begin() as conn:
+        staging.stage_invoices(conn, [state])
+        reconcile_staged(conn)
+    row = invoice_row(engine, "in_awk")
+    assert row["customer_email"] == awkward
+    assert row["stripe_subscription_id"] is None
+    assert row["created"] == datetime.fromtimestamp(p.T0, UTC)
