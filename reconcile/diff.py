@@ -107,13 +107,23 @@ _USER_DRIFT = """
         SELECT l.stripe_customer_id FROM stage_gone g
           JOIN subscriptions l
             ON g.object = 'subscription' AND l.stripe_subscription_id = g.stripe_id
-    ), derived AS (
-        SELECT DISTINCT ON (l.user_id) l.user_id, l.status
+    ), ranked AS (
+        -- The best rank per user, by hash aggregate (no sort). Ranks map 1:1 to known
+        -- statuses; an unknown (future) status ranks last and is carried as text.
+        SELECT l.user_id,
+               min(COALESCE(array_position(CAST(:precedence AS text[]), l.status), 1000))
+                   AS best,
+               max(l.status) FILTER (
+                   WHERE array_position(CAST(:precedence AS text[]), l.status) IS NULL
+               ) AS unknown
           FROM subscriptions l JOIN users u ON u.id = l.user_id
          WHERE u.stripe_customer_id IN (SELECT stripe_customer_id FROM customers)
-         ORDER BY l.user_id,
-                  COALESCE(array_position(CAST(:precedence AS text[]), l.status), 1000),
-                  l.current_period_end DESC NULLS LAST, l.id DESC
+         GROUP BY l.user_id
+    ), derived AS (
+        SELECT user_id,
+               CASE WHEN best < 1000 THEN (CAST(:precedence AS text[]))[best] ELSE unknown END
+                   AS status
+          FROM ranked
     )
     SELECT 'user_status', 'user', u.stripe_customer_id, 'subscription_status',
            u.subscription_status, d.status, 'update'

@@ -62,14 +62,14 @@ class Throttle:
         with self._lock:
             achieved = float(max(len(self._recent), 1))
             current = self._rate if self._rate is not None else achieved
-            self._rate = max(self._floor, min(current, achieved) * 0.7)
+            self._rate = max(self._floor, min(current, achieved) * 0.8)
             self._next_slot = self._clock() + 1.0 / self._rate
 
     def reward(self) -> None:
-        """A request succeeded: probe for more room, gently."""
+        """A request succeeded: probe for more room (a 429 only costs one retried request)."""
         with self._lock:
             if self._rate is not None:
-                self._rate += 0.02
+                self._rate += 0.1
 
 
 @dataclass(frozen=True, slots=True)

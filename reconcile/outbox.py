@@ -133,7 +133,11 @@ _ENQUEUE_SUBSCRIPTION_CANCELED = f"""
                COALESCE(s.end_date, s.stripe_observed_at)
                    < GREATEST(x.observed_at, s.stripe_observed_at)
                      - CAST(:max_age AS interval) AS stale
-          FROM (SELECT id, max(observed_at) AS observed_at FROM seen GROUP BY id) x
+          FROM (SELECT id, max(observed_at) AS observed_at FROM seen
+                 -- only subscriptions this apply ended (drift is recorded before writing)
+                 WHERE id IN (SELECT stripe_id FROM drift WHERE object = 'subscription'
+                               AND kind IN ('status', 'missing_local', 'missing_in_stripe'))
+                 GROUP BY id) x
           JOIN subscriptions s ON s.stripe_subscription_id = x.id
           JOIN invoices i ON i.stripe_subscription_id = s.stripe_subscription_id
          WHERE s.status = ANY(CAST(:ended AS text[]))

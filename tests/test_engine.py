@@ -292,3 +292,23 @@ def test_copy_staging_round_trips_awkward_text(engine: Engine) -> None:
     assert row["customer_email"] == awkward
     assert row["stripe_subscription_id"] is None
     assert row["created"] == datetime.fromtimestamp(p.T0, UTC)
+
+
+def test_sql_user_status_matches_the_pure_precedence(engine: Engine) -> None:
+    """The set-based derivation agrees with policy.derive_user_status, unknown statuses too."""
+    from reconcile.policy import derive_user_status
+
+    cases = {
+        "cus_1": ["canceled", "active", "past_due"],
+        "cus_2": ["some_future_status", "canceled"],
+        "cus_3": ["some_future_status"],
+        "cus_4": ["unpaid", "trialing"],
+    }
+    fake = FakeStripe()
+    for customer, statuses in cases.items():
+        add_user(engine, customer)
+        for n, status in enumerate(statuses):
+            fake.add_subscription(p.subscription(f"sub_{customer}_{n}", customer, status=status))
+    run(engine, fake)
+    for customer, statuses in cases.items():
+        assert user_status(engine, customer) == derive_user_status(statuses), customer

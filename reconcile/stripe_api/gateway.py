@@ -69,8 +69,10 @@ class _PlainResponse:
     headers: Mapping[str, str]
 
 
-# Subscriptions older than this all fall into the first (open-ended) window.
-_WINDOW_HORIZON_S = 2 * 365 * 86400
+# Subscriptions older than this all fall into the first (open-ended) window. Windows are
+# consumed by `concurrency` threads from a queue; several per thread balance uneven months.
+_WINDOW_HORIZON_S = 365 * 86400
+_WINDOWS_PER_THREAD = 6
 
 
 class StripeGateway:
@@ -133,7 +135,7 @@ class StripeGateway:
         # Several cursors over `created` windows; the outer windows are open-ended, so the
         # union is the whole listing whatever the horizon guessed here.
         end = timestamp(self._clock()) + 1
-        parts = windows(end - _WINDOW_HORIZON_S, end, self._concurrency * 4)
+        parts = windows(end - _WINDOW_HORIZON_S, end, self._concurrency * _WINDOWS_PER_THREAD)
         return list_windows(
             lambda params: self.list_pages("/v1/subscriptions", params), base, parts,
             concurrency=self._concurrency,
