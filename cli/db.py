@@ -32,3 +32,14 @@ def current_command() -> None:
     assert settings.database_url is not None
     found = migrate.current(settings.database_url)
     click.echo(f"current: {found or 'none'}\nhead:    {migrate.head()}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@handle_errors
+def downgrade_command(revision: str) -> None:
+    """Migrate the schema back to REVISION (before rolling back to an older release)."""
+    settings = settings_for("database")
+    assert settings.database_url is not None
+    migrate.downgrade(settings.database_url, revision)
+    click.echo(f"database at revision {migrate.current(settings.database_url) or 'none'}")

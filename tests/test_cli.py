@@ -13,7 +13,6 @@ from sqlalchemy import Engine, create_engine, text
 
 from cli import main
 from reconcile.guards import LOCK_KEY
-from reconcile.migrate import downgrade
 from tests import payloads as p
 from tests.dbutil import add_user, dump, set_subscription, subscription_row
 from tests.fakes import FakeStripe
@@ -135,7 +134,7 @@ def test_unmigrated_database_exits_one_with_hint(
     cli_env: dict[str, str], db_url: str, stripe_fake: tuple[FakeStripe, object]
 ) -> None:
     """A database behind the code is refused with a hint to run `reconcile db upgrade`."""
-    downgrade(db_url, "0001")
+    assert "at revision 0001" in invoke(["db", "downgrade", "0001"], cli_env).output
     result = invoke(["run"], cli_env)
     assert result.exit_code == 1
     assert "reconcile db upgrade" in result.output
