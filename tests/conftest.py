@@ -18,6 +18,9 @@ from sqlalchemy.engine import Engine, make_url
 from reconcile.errors import DatabaseUnavailableError
 from reconcile.pg_embedded import EmbeddedPostgres, normalise_database_url
 
+# `emu` and `client`: a started emulator and the SDK pointed at it.
+pytest_plugins = ["tests.emulator_fixtures"]
+
 
 def _database_url(server_url: str, database: str) -> str:
     """The same server and credentials, another database."""

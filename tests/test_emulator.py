@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -21,19 +20,6 @@ from reconcile.emulator import CURRENT_API_VERSION, LEGACY_API_VERSION, StripeEm
 START = 1_800_000_000
 
 
-@pytest.fixture
-def emu() -> Iterator[StripeEmulator]:
-    """A started emulator with a fixed clock."""
-    with StripeEmulator(start_time=START) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: StripeEmulator) -> stripe.StripeClient:
-    """The real SDK pointed at the emulator, without SDK-level retries."""
-    return stripe.StripeClient(
-        api_key=emu.api_key, base_addresses={"api": emu.url}, max_network_retries=0
-    )
 
 
 def raw_get(emu: StripeEmulator, path: str, key: str | None = None) -> tuple[int, Any, Any]:

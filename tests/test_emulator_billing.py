@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -18,19 +17,6 @@ START = 1_800_000_000
 DAY = 86_400
 
 
-@pytest.fixture
-def emu() -> Iterator[StripeEmulator]:
-    """A started emulator with a fixed clock and the default retry policy."""
-    with StripeEmulator(start_time=START) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: StripeEmulator) -> stripe.StripeClient:
-    """The real SDK pointed at the emulator, without SDK-level retries."""
-    return stripe.StripeClient(
-        api_key=emu.api_key, base_addresses={"api": emu.url}, max_network_retries=0
-    )
 
 
 def open_invoice(emu: StripeEmulator, card: str) -> tuple[dict[str, Any], str]:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from reconcile.emulator import RetryPolicy, StripeEmulator
 
 START = 1_800_000_000
 DAY = 86_400
 
-
-@pytest.fixture
-def emu() -> Iterator[StripeEmulator]:
-    """A started emulator with a fixed clock and the default retry policy."""
-    with StripeEmulator(start_time=START) as emulator:
-        yield emulator
 
 
 def test_renewal_bills_the_next_period(emu: StripeEmulator) -> None:

@@ -54,12 +54,6 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture
-def emu() -> Iterator[StripeEmulator]:
-    """A started emulator with a fixed clock."""
-    with StripeEmulator(start_time=START) as emulator:
-        yield emulator
-
 
 def test_signature_verifies_with_stripe_python(emu: StripeEmulator, receiver: Receiver) -> None:
     """Every delivery verifies with stripe.WebhookSignature.verify_header and the secret."""
