@@ -59,24 +59,21 @@ def user_status(engine: Engine, customer: str) -> str | None:
         return None if found is None else str(found)
 
 
-def set_subscription(engine: Engine, sub_id: str, **values: Any) -> None:
-    """Overwrite local columns of a subscription (plant drift)."""
+def _overwrite(engine: Engine, table: str, key: str, value: str, values: dict[str, Any]) -> None:
     sets = ", ".join(f"{k} = :{k}" for k in values)
     with engine.begin() as conn:
-        conn.execute(
-            text(f"UPDATE subscriptions SET {sets} WHERE stripe_subscription_id = :sub_id"),
-            {**values, "sub_id": sub_id},
-        )
+        statement = text(f"UPDATE {table} SET {sets} WHERE {key} = :_key")
+        conn.execute(statement, {**values, "_key": value})
+
+
+def set_subscription(engine: Engine, sub_id: str, **values: Any) -> None:
+    """Overwrite local columns of a subscription (plant drift)."""
+    _overwrite(engine, "subscriptions", "stripe_subscription_id", sub_id, values)
 
 
 def set_invoice(engine: Engine, inv_id: str, **values: Any) -> None:
     """Overwrite local columns of an invoice (plant drift)."""
-    sets = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as conn:
-        conn.execute(
-            text(f"UPDATE invoices SET {sets} WHERE stripe_invoice_id = :inv_id"),
-            {**values, "inv_id": inv_id},
-        )
+    _overwrite(engine, "invoices", "stripe_invoice_id", inv_id, values)
 
 
 def observed(engine: Engine, table: str, key: str, value: str) -> datetime:

@@ -11,7 +11,7 @@ from .http_types import ApiRequest, Handler, Response, json_response
 from .params import Params, metadata_changes, opt_int, opt_str, req_str
 from .state import State
 from .store import Record
-from .views import list_response, record_response
+from .views import list_response, record_response, retrieve_response
 
 Json = dict[str, Any]
 Route = tuple[str, str, Handler]
@@ -150,10 +150,7 @@ class CatalogRoutes:
 
     def get_product(self, req: ApiRequest) -> Response:
         """GET /v1/products/:id."""
-        record = self.state.products.get(req.args[0])
-        if record is None:
-            raise no_such("product", req.args[0])
-        return record_response(self.state, record, req.params)
+        return retrieve_response(self.state, self.state.products, "product", req)
 
     def list_products(self, req: ApiRequest) -> Response:
         """GET /v1/products."""
@@ -202,10 +199,7 @@ class CatalogRoutes:
 
     def get_price(self, req: ApiRequest) -> Response:
         """GET /v1/prices/:id."""
-        record = self.state.prices.get(req.args[0])
-        if record is None:
-            raise no_such("price", req.args[0])
-        return record_response(self.state, record, req.params)
+        return retrieve_response(self.state, self.state.prices, "price", req)
 
     def list_prices(self, req: ApiRequest) -> Response:
         """GET /v1/prices (product filter)."""

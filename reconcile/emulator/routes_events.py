@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from .errors import invalid_param, no_such
+from .errors import invalid_param
 from .http_types import ApiRequest, Response
 from .params import opt_str, req_str, str_list
 from .routes import Route
 from .state import State
-from .views import list_response, plain_list, record_response
+from .views import list_response, plain_list, retrieve_response
 
 
 class EventRoutes:
@@ -50,10 +50,7 @@ class EventRoutes:
     def get_event(self, req: ApiRequest) -> Response:
         """GET /v1/events/:id (within the retention window)."""
         self.state.prune_events()
-        record = self.state.events.get(req.args[0])
-        if record is None:
-            raise no_such("event", req.args[0])
-        return record_response(self.state, record, req.params)
+        return retrieve_response(self.state, self.state.events, "event", req)
 
     def list_webhook_endpoints(self, req: ApiRequest) -> Response:
         """GET /v1/webhook_endpoints (newest first)."""

@@ -7,12 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import invalid_param, no_such
-from .http_types import Response
+from .http_types import ApiRequest, Response
 from .params import Params, limit, opt_str, range_filter, str_list
 from .state import State
 from .store import Collection, PageQuery, Record
 
 Json = dict[str, Any]
+
+
+def retrieve_response(state: State, store: Collection, label: str, req: ApiRequest) -> Response:
+    """GET /v1/<objects>/:id: the object, or Stripe's 404 resource_missing."""
+    record = store.get(req.args[0])
+    if record is None:
+        raise no_such(label, req.args[0])
+    return record_response(state, record, req.params)
 
 
 def record_response(state: State, record: Record, params: Params, status: int = 200) -> Response:
